@@ -1,0 +1,1 @@
+"""The local loop: real Prometheus, real model servers and the operator's controller on one machine."""

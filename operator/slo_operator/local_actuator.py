@@ -1,0 +1,1 @@
+"""Placeholder laid by the foundation issue; filled in by the operator issue."""
