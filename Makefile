@@ -54,8 +54,9 @@ test: install lint ## Lint, then run every test (unit, component, local loop; e2
 	if [ $$rc -eq 5 ]; then echo "make test: no tests were collected"; exit 0; fi; exit $$rc
 
 .PHONY: crds
-crds: install ## Generate crds/inferenceservice.yaml from the pydantic API models
+crds: install ## Generate crds/inferenceservice.yaml from the pydantic API models (and the chart's copy)
 	$(PY) -m slo_operator.crdgen --output crds/inferenceservice.yaml
+	cp crds/inferenceservice.yaml charts/slo-autoscaler/files/crds/inferenceservice.yaml
 
 .PHONY: demo
 demo: install ## Run the whole SLO loop locally: Prometheus, model servers, controller, load (QUICK=1: ~1 min)
