@@ -181,7 +181,7 @@ def decide(targets: Targets, snapshot: MetricsSnapshot, history: History) -> Dec
         demand,
         correction,
         current_batch,
-        _batch_change_allowed(targets, history, now, violated),
+        _batch_change_allowed(targets, history, now, violated, snapshot.window_s),
     )
     wanted = plan.replicas
     limit = plan.limit
@@ -442,11 +442,20 @@ def _recent_samples(
     return (*kept, (now, qps))
 
 
-def _batch_change_allowed(targets: Targets, history: History, now: float, violated: bool) -> bool:
-    """A batch-size change restarts every pod: only when the SLO is broken or the last change is old."""
-    if violated or history.last_batch_change_s is None:
+def _batch_change_allowed(
+    targets: Targets, history: History, now: float, violated: bool, window_s: float
+) -> bool:
+    """A batch-size change restarts every pod: only when the SLO is broken or the last change is old.
+
+    Even a broken SLO waits until the last change has had time to show (a cold start plus one metrics
+    window): judged earlier, the roll's own backlog reads as a wrong batch size and the size flaps.
+    """
+    if history.last_batch_change_s is None:
         return True
-    return now - history.last_batch_change_s >= targets.batch_change_min_interval_s
+    since = now - history.last_batch_change_s
+    if violated:
+        return since >= targets.startup_time_s + window_s
+    return since >= targets.batch_change_min_interval_s
 
 
 @dataclass(frozen=True)

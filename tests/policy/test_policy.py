@@ -190,6 +190,16 @@ def test_batch_changes_are_rate_limited_unless_the_slo_is_violated() -> None:
     assert free.replicas <= limited.replicas
 
 
+def test_a_violated_slo_changes_the_batch_only_after_the_last_change_could_show() -> None:
+    """A roll's cold-start backlog must not read as a wrong batch size: no flapping under violation."""
+    targets = dataclasses.replace(TARGETS, max_batch_size=32, startup_time_s=30.0)
+    overloaded = snapshot(4000.0, p99_s=0.060, replicas=2, batch=4)  # window 60 s, SLO broken
+    just_rolled = History(recommendations=(Recommendation(990.0, 2, 4),), last_batch_change_s=980.0)
+    assert decide(targets, overloaded, just_rolled).max_batch_size == 4
+    shown = dataclasses.replace(just_rolled, last_batch_change_s=1000.0 - 30.0 - 60.0)
+    assert decide(targets, overloaded, shown).max_batch_size != 4
+
+
 def test_reports_when_target_qps_is_out_of_reach() -> None:
     small = dataclasses.replace(TARGETS, max_replicas=2, target_qps=100000.0)
     decision = decide(small, snapshot(100.0, replicas=1), settled_history(1))
