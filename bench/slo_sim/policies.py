@@ -73,6 +73,24 @@ def _clamp(value: int, low: int, high: int) -> int:
     return max(low, min(high, value))
 
 
+def _hpa_behaviour(
+    recommendations: deque[tuple[float, int]], now: float, current: int, desired: int, window_s: float
+) -> int:
+    """The HPA's default behaviour, shared by every HPA-driven baseline (KEDA is one).
+
+    Scale down only to the highest recommendation of the stabilisation window; scale up by at most
+    max(4 pods, 100 %) per period.
+    """
+    recommendations.append((now, desired))
+    while recommendations and recommendations[0][0] <= now - window_s:
+        recommendations.popleft()
+    if desired < current:
+        return min(current, max(r for _, r in recommendations))
+    if desired > current:
+        return min(desired, current + max(4, current))
+    return desired
+
+
 @dataclass
 class HpaPolicy:
     """Kubernetes HPA (autoscaling/v2) on a utilisation metric, with its default behaviour.
@@ -104,15 +122,9 @@ class HpaPolicy:
             ratio = observation.utilisation * ready / current / self.target_utilisation
         desired = current if abs(ratio - 1.0) <= self.tolerance else math.ceil(current * ratio)
         desired = _clamp(desired, self.min_replicas, self.max_replicas)
-        now = observation.time_s
-        self._recommendations.append((now, desired))
-        while self._recommendations and self._recommendations[0][0] <= now - self.scale_down_stabilisation_s:
-            self._recommendations.popleft()
-        if desired < current:
-            desired = min(current, max(r for _, r in self._recommendations))
-        elif desired > current:
-            desired = min(desired, current + max(4, current))
-        return desired, self.batch
+        return _hpa_behaviour(
+            self._recommendations, observation.time_s, current, desired, self.scale_down_stabilisation_s
+        ), self.batch
 
 
 @dataclass
@@ -143,15 +155,9 @@ class KedaPolicy:
             current if abs(usage - 1.0) <= self.tolerance else math.ceil(observation.qps / self.threshold_qps)
         )
         desired = _clamp(desired, self.min_replicas, self.max_replicas)
-        now = observation.time_s
-        self._recommendations.append((now, desired))
-        while self._recommendations and self._recommendations[0][0] <= now - self.scale_down_stabilisation_s:
-            self._recommendations.popleft()
-        if desired < current:
-            desired = min(current, max(r for _, r in self._recommendations))
-        elif desired > current:
-            desired = min(desired, current + max(4, current))
-        return desired, self.batch
+        return _hpa_behaviour(
+            self._recommendations, observation.time_s, current, desired, self.scale_down_stabilisation_s
+        ), self.batch
 
 
 @dataclass
