@@ -142,6 +142,21 @@ def _temporary(error: kube.KubeError, delay: float = 5.0) -> kopf.TemporaryError
     return kopf.TemporaryError(str(error), delay=delay)
 
 
+def _retry_unless_permanent(error: Exception, delay: float) -> kube.KubeError:
+    """Hand an API failure worth retrying to kopf's backoff; return the permanent ones to report.
+
+    An unreachable API or a transient status (409, 429, 5xx) raises ``kopf.TemporaryError``; anything
+    that is not an API error is a bug and propagates unchanged.
+    """
+    if isinstance(error, aiohttp.ClientError | asyncio.TimeoutError):
+        raise kopf.TemporaryError(f"Kubernetes API unreachable: {error!r}", delay=delay) from None
+    if not isinstance(error, kube.KubeError):
+        raise error
+    if error.transient:
+        raise _temporary(error, delay=delay) from None
+    return error
+
+
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
@@ -252,16 +267,10 @@ async def control_loop(
         except Exception as error:
             if stopped or memo.closing.is_set():
                 return  # the operator is stopping and closed the clients under us: not a failure
-            if isinstance(error, aiohttp.ClientError | asyncio.TimeoutError):
-                raise kopf.TemporaryError(
-                    f"Kubernetes API unreachable: {error!r}", delay=min(interval, 5.0)
-                ) from None
-            if not isinstance(error, kube.KubeError):
-                raise
-            operator_metrics.DECISIONS.labels(namespace, name, "error").inc()
-            if error.transient:
-                raise _temporary(error, delay=min(interval, 5.0)) from None
-            kopf.warn(body, reason=api.Reason.ACTUATION_FAILED, message=str(error))
+            if isinstance(error, kube.KubeError):
+                operator_metrics.DECISIONS.labels(namespace, name, "error").inc()
+            permanent = _retry_unless_permanent(error, delay=min(interval, 5.0))
+            kopf.warn(body, reason=api.Reason.ACTUATION_FAILED, message=str(permanent))
             await _pause(stopped, interval)
             continue
         finally:
@@ -285,15 +294,8 @@ async def control_loop(
         except Exception as error:
             if stopped or memo.closing.is_set():
                 return
-            if isinstance(error, aiohttp.ClientError | asyncio.TimeoutError):
-                raise kopf.TemporaryError(
-                    f"Kubernetes API unreachable: {error!r}", delay=min(interval, 5.0)
-                ) from None
-            if not isinstance(error, kube.KubeError):
-                raise
-            if error.transient:
-                raise _temporary(error, delay=min(interval, 5.0)) from None
-            logger.warning("status not written: %s", error)
+            permanent = _retry_unless_permanent(error, delay=min(interval, 5.0))
+            logger.warning("status not written: %s", permanent)
         last_status = result.status
 
         if result.metrics_ok or mode == api.ScalingMode.OFF:
